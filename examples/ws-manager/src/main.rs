@@ -1,0 +1,2 @@
+//! Placeholder: the example lands with issue 6.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Placeholder: this backend lands with its own issue.

@@ -1,0 +1,1 @@
+//! Orphan decisions and the claim protocol (placeholder)
