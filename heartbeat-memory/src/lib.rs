@@ -172,7 +172,12 @@ impl MemoryStore {
     }
 
     fn purge_expired_now_and_then(&self, entries: &mut HashMap<String, Entry>, now: Instant) {
-        if self.shared.writes.fetch_add(1, Ordering::Relaxed).is_multiple_of(1024) {
+        if self
+            .shared
+            .writes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1024)
+        {
             entries.retain(|_, e| e.live(now));
         }
     }
