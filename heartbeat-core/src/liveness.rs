@@ -13,7 +13,9 @@
 //!
 //! Rules, in the order they are applied:
 //! 1. After a gap in observation (failed or late discovery) every live peer gets a fresh
-//!    threshold: time we could not see is no evidence of death.
+//!    threshold: time we could not see is no evidence of death. A record missing after
+//!    the gap does not end its life before that fresh threshold either (the writer may
+//!    still be reconnecting to a store that just came back).
 //! 2. A new incarnation under a known id ends the previous life (`Superseded`).
 //! 3. Status `leaving` ends the life (`Graceful`).
 //! 4. A changed fingerprint means alive (and revives a life judged dead).
@@ -138,6 +140,9 @@ struct Tracked {
     mark: Mark,
     state: State,
     missing_since: Option<Instant>,
+    /// After a gap in observation, a missing record may not end the life before this:
+    /// the writer gets a full threshold to reconnect and re-publish.
+    protected_until: Option<Instant>,
     version: Option<Version>,
 }
 
@@ -231,6 +236,7 @@ impl LivenessTracker {
         for t in self.tracked.values_mut() {
             if matches!(t.state, State::Live { .. }) {
                 t.peer.last_change = at;
+                t.protected_until = Some(at + self.cfg.stale_threshold);
                 if t.missing_since.is_some() {
                     t.missing_since = Some(at);
                 }
@@ -365,6 +371,7 @@ impl LivenessTracker {
             mark: Mark::Record(record.fingerprint()),
             state: State::Live { suspected: false },
             missing_since: None,
+            protected_until: None,
             version: Some(version.clone()),
         };
         if record.status == InstanceStatus::Leaving {
@@ -431,6 +438,7 @@ impl LivenessTracker {
                         mark,
                         state: State::Live { suspected: false },
                         missing_since: None,
+                        protected_until: None,
                         version: None,
                     },
                 );
@@ -447,7 +455,10 @@ impl LivenessTracker {
             let unchanged = d.at.saturating_duration_since(t.peer.last_change);
             if let Some(since) = t.missing_since {
                 let missing_for = d.at.saturating_duration_since(since);
-                if missing_for >= cfg.missing_grace || unchanged >= cfg.stale_threshold {
+                let protected = t.protected_until.is_some_and(|until| d.at < until);
+                if (missing_for >= cfg.missing_grace && !protected)
+                    || unchanged >= cfg.stale_threshold
+                {
                     let reason = if d.index.contains(id) {
                         LeaveReason::Expired
                     } else {

@@ -487,6 +487,12 @@ impl Inner {
         metrics::gauge!("heartbeat_live_peers").set(peers.len() as f64);
         self.view_tx.send_modify(|v| {
             let v = Arc::make_mut(v);
+            let late = v
+                .observed_at
+                .is_none_or(|prev| at.saturating_duration_since(prev) > v.max_age);
+            if late || v.health != ViewHealth::Healthy {
+                v.healthy_since = Some(at);
+            }
             v.health = ViewHealth::Healthy;
             v.observed_at = Some(at);
             v.observed_wall = Some(wall);
@@ -585,6 +591,7 @@ impl Inner {
                 reason: reason.clone(),
                 since,
             };
+            v.healthy_since = None;
         });
         if newly {
             self.emit(MembershipEvent::ViewUnhealthy { reason });

@@ -124,6 +124,11 @@ pub struct MembershipView {
     pub self_at_risk: bool,
     /// When the last successful discovery completed (monotonic), if any.
     pub observed_at: Option<Instant>,
+    /// Start of the current unbroken run of successful, timely discoveries (None while
+    /// unhealthy). An observer that has watched for less than a stale threshold plus a
+    /// discovery interval may not yet know every live owner: the reclaimer does not
+    /// treat never-seen owners as gone before then.
+    pub healthy_since: Option<Instant>,
     /// When the last successful discovery completed (wall clock), if any.
     pub observed_wall: Option<DateTime<Utc>>,
     /// Peers whose life has not ended (the observer included, once its record is seen).
@@ -154,6 +159,7 @@ impl MembershipView {
             authoritative: true,
             self_at_risk: false,
             observed_at: None,
+            healthy_since: None,
             observed_wall: None,
             peers: BTreeMap::new(),
             ended: Vec::new(),

@@ -416,3 +416,52 @@ async fn observer_only_instance_is_not_authoritative() {
             .contains("watcher")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn peer_reconnecting_slowly_after_a_store_restart_is_not_judged_dead() {
+    // The store goes down and comes back empty (no persistence); one peer's client takes
+    // longer than the missing grace (half the threshold) to reconnect.
+    let store = MemoryStore::new();
+    let a = start_on(&store, "a").await;
+    let link = store.handle();
+    let slow = HeartbeatService::start(
+        Arc::new(link.clone()) as Arc<dyn Store>,
+        fast_options("slow", NS),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(BEAT * 5).await;
+    let mut events = a.events();
+    store.set_fault(Fault::Unavailable);
+    link.set_fault(Fault::Unavailable);
+    tokio::time::sleep(THRESHOLD * 2).await;
+    store.clear();
+    store.set_fault(Fault::None);
+    tokio::time::sleep(THRESHOLD * 7 / 10).await;
+    link.set_fault(Fault::None);
+    tokio::time::sleep(THRESHOLD * 3).await;
+    let seen = drain(&mut events);
+    assert!(left(&seen).is_empty(), "{seen:?}");
+    assert!(a.current_view().peers.contains_key(&id("slow")));
+    drop(slow);
+}
+
+#[tokio::test(start_paused = true)]
+async fn view_reports_how_long_it_has_been_healthy() {
+    let store = MemoryStore::new();
+    let a = start_on(&store, "a").await;
+    tokio::time::sleep(BEAT * 3).await;
+    let first = a.current_view().healthy_since.expect("healthy");
+    tokio::time::sleep(BEAT * 3).await;
+    assert_eq!(
+        a.current_view().healthy_since,
+        Some(first),
+        "unbroken run keeps its start"
+    );
+    store.set_fault(Fault::Unavailable);
+    tokio::time::sleep(BEAT * 3).await;
+    assert_eq!(a.current_view().healthy_since, None);
+    store.set_fault(Fault::None);
+    tokio::time::sleep(BEAT * 3).await;
+    assert!(a.current_view().healthy_since.expect("healthy again") > first);
+}

@@ -9,6 +9,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+pub mod daprd;
+pub mod moto;
+pub mod redis;
+
 /// Whether we run in CI (`CI=true`), where a missing server is a failure.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
