@@ -60,3 +60,20 @@ pub enum MembershipEvent {
     /// Discovery works again.
     ViewHealthy,
 }
+
+impl MembershipEvent {
+    /// A short, stable name of the event's kind, for metrics labels and log fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Joined { .. } => "joined",
+            Self::Left { .. } => "left",
+            Self::Suspected { .. } => "suspected",
+            Self::Recovered { .. } => "recovered",
+            Self::SelfAtRisk { .. } => "self_at_risk",
+            Self::SelfRecovered => "self_recovered",
+            Self::IdConflict { .. } => "id_conflict",
+            Self::ViewUnhealthy { .. } => "view_unhealthy",
+            Self::ViewHealthy => "view_healthy",
+        }
+    }
+}

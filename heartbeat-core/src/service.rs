@@ -284,7 +284,7 @@ impl Inner {
     }
 
     fn emit(&self, event: MembershipEvent) {
-        let kind = event_kind(&event);
+        let kind = event.kind();
         metrics::counter!("heartbeat_membership_events_total", "kind" => kind).increment(1);
         tracing::info!(observer = %self.id(), event = ?event, "membership event");
         let _ = self.events_tx.send(event);
@@ -650,20 +650,6 @@ async fn discovery_loop(inner: Arc<Inner>) {
     loop {
         ticks.tick().await;
         inner.discover().await;
-    }
-}
-
-fn event_kind(e: &MembershipEvent) -> &'static str {
-    match e {
-        MembershipEvent::Joined { .. } => "joined",
-        MembershipEvent::Left { .. } => "left",
-        MembershipEvent::Suspected { .. } => "suspected",
-        MembershipEvent::Recovered { .. } => "recovered",
-        MembershipEvent::SelfAtRisk { .. } => "self_at_risk",
-        MembershipEvent::SelfRecovered => "self_recovered",
-        MembershipEvent::IdConflict { .. } => "id_conflict",
-        MembershipEvent::ViewUnhealthy { .. } => "view_unhealthy",
-        MembershipEvent::ViewHealthy => "view_healthy",
     }
 }
 

@@ -292,7 +292,14 @@ fn demo_still_runs() {
 #[test]
 fn reclaim_on_memory_has_nothing_to_do_and_needs_a_mode_and_an_id() {
     let out = cmd()
-        .args(["reclaim", "--store", "memory://", "--dry-run"])
+        .args([
+            "reclaim",
+            "--store",
+            "memory://",
+            "--dry-run",
+            "--observe",
+            "0",
+        ])
         .assert()
         .success()
         .get_output()
@@ -305,12 +312,19 @@ fn reclaim_on_memory_has_nothing_to_do_and_needs_a_mode_and_an_id() {
 
     // A mode is required (clap's usage error: exit 2).
     cmd()
-        .args(["reclaim", "--store", "memory://"])
+        .args(["reclaim", "--store", "memory://", "--observe", "0"])
         .assert()
         .code(2);
     // --apply claims on behalf of a live member: it must be named.
     let out = cmd()
-        .args(["reclaim", "--store", "memory://", "--apply"])
+        .args([
+            "reclaim",
+            "--store",
+            "memory://",
+            "--apply",
+            "--observe",
+            "0",
+        ])
         .assert()
         .code(2)
         .get_output()

@@ -363,7 +363,9 @@ async fn reclaim_prints_decisions_and_claims_by_compare_and_swap() {
     for r in [
         record("c-orphan", "gone-1", Some(7), old),
         record("c-live", "live-1", Some(live_incarnation), old),
-        record("c-new", "new-1", Some(9), chrono::Duration::zero()),
+        // Stamped by a new member whose clock runs a minute ahead: young for the
+        // whole test, however long the observations take.
+        record("c-new", "new-1", Some(9), chrono::Duration::minutes(-1)),
     ] {
         repo.create(&r).await.unwrap();
     }

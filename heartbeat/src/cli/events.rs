@@ -3,21 +3,6 @@
 use heartbeat::MembershipEvent;
 use serde_json::{Value, json};
 
-/// A short, stable name of the event's kind.
-pub fn kind(e: &MembershipEvent) -> &'static str {
-    match e {
-        MembershipEvent::Joined { .. } => "joined",
-        MembershipEvent::Left { .. } => "left",
-        MembershipEvent::Suspected { .. } => "suspected",
-        MembershipEvent::Recovered { .. } => "recovered",
-        MembershipEvent::SelfAtRisk { .. } => "self_at_risk",
-        MembershipEvent::SelfRecovered => "self_recovered",
-        MembershipEvent::IdConflict { .. } => "id_conflict",
-        MembershipEvent::ViewUnhealthy { .. } => "view_unhealthy",
-        MembershipEvent::ViewHealthy => "view_healthy",
-    }
-}
-
 /// The event as one JSON object (camelCase fields, like the records).
 pub fn to_json(e: &MembershipEvent) -> Value {
     let mut v = match e {
@@ -54,7 +39,7 @@ pub fn to_json(e: &MembershipEvent) -> Value {
         MembershipEvent::SelfRecovered | MembershipEvent::ViewHealthy => json!({}),
     };
     if let Value::Object(map) = &mut v {
-        map.insert("event".into(), Value::from(kind(e)));
+        map.insert("event".into(), Value::from(e.kind()));
     }
     v
 }
@@ -112,7 +97,7 @@ pub fn describe(e: &MembershipEvent) -> String {
 
 /// Logs the event as one structured line (`event`, `instance`, ... fields).
 pub fn log(e: &MembershipEvent) {
-    let k = kind(e);
+    let k = e.kind();
     match e {
         MembershipEvent::Joined {
             id,

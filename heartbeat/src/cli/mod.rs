@@ -91,14 +91,15 @@ member is the orphan's designated claimer).
 member's id and current incarnation, each by compare-and-swap: a record that changed since it
 was read is left alone, so two claimers never both win. Exit 1 when --apply could not act
 (unhealthy view, brake).
-One read judges nobody dead by change: owners whose records expired (Redis TTL) or left are
-found at once; on stores without TTL, add --observe with the stale threshold.
+It first watches the cluster for the stale threshold plus one discovery interval (--observe
+changes that): an observer that watched for less may not know every live member yet, so
+owners it never saw are not taken before then.
 On memory:// there is nothing to reclaim (every process has its own empty store).
 
 Examples:
   heartbeat reclaim --store redis://localhost:6379 --dry-run
   heartbeat reclaim --store redis://localhost:6379 --apply --id pod-2
-  HOSTNAME=pod-2 heartbeat reclaim --store redis://redis:6379 --apply --observe 70s --stale-threshold 60s";
+  HOSTNAME=pod-2 heartbeat reclaim --store redis://redis:6379 --apply --stale-threshold 60s --discovery-interval 10s";
 
 /// Instance liveness and safe reclamation for horizontally scaled WebSocket services.
 #[derive(Debug, Parser)]

@@ -44,11 +44,12 @@ pub struct ReclaimArgs {
     /// read from its heartbeat) [default: HOSTNAME].
     #[arg(long, value_parser = parse_id, value_name = "ID")]
     id: Option<InstanceId>,
-    /// Watch the cluster this long before deciding. One read judges nobody dead by
-    /// change: an owner whose record still exists but stopped changing is seen dead
-    /// only after watching for the stale threshold.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "0")]
-    observe: Duration,
+    /// Watch the cluster this long before deciding [default: the stale threshold plus
+    /// one discovery interval]. One read judges nobody dead by change, and an observer
+    /// that has watched for less than that may not know every live member yet: owners
+    /// it never saw are not taken before then (`wait (observer_not_settled)`).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    observe: Option<Duration>,
     /// Most claims in this sweep.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     max_claims: usize,
@@ -114,9 +115,12 @@ pub async fn run(args: ReclaimArgs) -> CliResult {
         .await
         .map_err(|e| CliError::failure(format!("could not watch {url}: {e}")))?;
     let mut view = service.discover_now().await;
-    if !args.observe.is_zero() {
-        eprintln!("observing the cluster for {} ...", human(args.observe));
-        tokio::time::sleep(args.observe).await;
+    let observe = args
+        .observe
+        .unwrap_or(options.stale_threshold() + options.discovery_interval());
+    if !observe.is_zero() {
+        eprintln!("observing the cluster for {} ...", human(observe));
+        tokio::time::sleep(observe).await;
         view = service.discover_now().await;
     }
     service.abort();

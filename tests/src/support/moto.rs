@@ -152,7 +152,7 @@ pub fn start() -> Result<MotoServer, String> {
 fn wait_ready(server: &mut MotoServer) -> Result<(), String> {
     let deadline = Instant::now() + STARTUP_LIMIT;
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok() {
+        if answers_http(server.port) {
             return Ok(());
         }
         if let Ok(Some(status)) = server.child.try_wait() {
@@ -167,6 +167,24 @@ fn wait_ready(server: &mut MotoServer) -> Result<(), String> {
         "moto_server did not listen on 127.0.0.1:{} within {STARTUP_LIMIT:?}",
         server.port
     ))
+}
+
+/// Whether something on the port answers an HTTP request: a bound port alone is not
+/// enough (the server may not serve yet, or another process may hold the port).
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
 }
 
 /// The server shared by all tests of this test binary, started on first use.
