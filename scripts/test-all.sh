@@ -9,13 +9,13 @@ root=$(pwd)
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "redis-server and redis-cli"
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+step "redis-server, redis-cli, redis-benchmark, openssl (Debian)"
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v openssl >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools openssl >/dev/null
   else
-    echo "redis-server is missing; install it (apt-get install redis-server) or run as root" >&2
+    echo "redis-server or openssl is missing; install them (apt-get install redis-server openssl) or run as root" >&2
   fi
 fi
 redis-server --version || true

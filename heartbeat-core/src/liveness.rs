@@ -20,8 +20,11 @@
 //! 3. Status `leaving` ends the life (`Graceful`).
 //! 4. A changed fingerprint means alive (and revives a life judged dead).
 //! 5. A missing record ends the life once it has stayed missing for the missing grace
-//!    (half the threshold: long enough for a live writer to re-publish after the store
-//!    lost its data). It ends as `Graceful` if the id also left the index, else `Expired`.
+//!    (the stale threshold: a live writer re-publishes well within it after the store
+//!    lost its data, even at the smallest threshold of two beats and with a slow store;
+//!    a crashed writer is caught by rule 6 at the same time anyway, since its record's
+//!    TTL is the threshold). It ends as `Graceful` if the id also left the index, else
+//!    `Expired`.
 //! 6. Unchanged for the stale threshold ends the life (`Expired`); for half of it, the
 //!    peer is `Suspected`. Unreadable records are never judged dead.
 //! 7. Index entries whose record stayed missing for the threshold are pruned; records of
@@ -69,7 +72,7 @@ impl From<&HeartbeatOptions> for LivenessConfig {
             stale_threshold: o.stale_threshold(),
             suspect_after: o.suspect_after(),
             skew_tolerance: o.skew_tolerance(),
-            missing_grace: o.stale_threshold() / 2,
+            missing_grace: o.stale_threshold(),
             max_gap: o.max_view_age(),
             ended_retention: o.ended_retention(),
         }
@@ -154,6 +157,8 @@ pub struct LivenessTracker {
     /// Index entries without a record that we never saw alive: id -> missing since.
     unknown_missing: BTreeMap<InstanceId, Instant>,
     ended: VecDeque<EndedLife>,
+    /// Ids under which two live processes publish (id -> contested until).
+    contested: BTreeMap<InstanceId, Instant>,
     last_observation: Option<Instant>,
     interrupted: bool,
 }
@@ -166,6 +171,7 @@ impl LivenessTracker {
             tracked: BTreeMap::new(),
             unknown_missing: BTreeMap::new(),
             ended: VecDeque::new(),
+            contested: BTreeMap::new(),
             last_observation: None,
             interrupted: false,
         }
@@ -195,6 +201,12 @@ impl LivenessTracker {
             .filter(|(_, t)| matches!(t.state, State::Live { .. }))
             .map(|(id, t)| (id.clone(), t.peer.clone()))
             .collect()
+    }
+
+    /// Ids under which two live processes seem to publish (a superseded incarnation
+    /// came back), as of the last observation.
+    pub fn contested(&self) -> BTreeSet<InstanceId> {
+        self.contested.keys().cloned().collect()
     }
 
     /// Lives that ended recently, oldest first.
@@ -287,6 +299,19 @@ impl LivenessTracker {
         t.version = Some(version.clone());
         let new_life =
             matches!((record.incarnation, t.peer.incarnation), (Some(a), Some(b)) if a != b);
+        if new_life
+            && self.ended.iter().any(|e| {
+                &e.id == id
+                    && e.incarnation == record.incarnation
+                    && e.reason == LeaveReason::Superseded
+            })
+        {
+            // A life we saw superseded is publishing again: two live processes share
+            // this id. Until that stops, no life of the id counts as ended.
+            tracing::warn!(instance = %id, "two processes publish under this id (a superseded incarnation came back); none of its lives will be treated as ended while this lasts");
+            self.contested
+                .insert(id.clone(), d.at + self.cfg.stale_threshold * 2);
+        }
         if new_life {
             if matches!(t.state, State::Live { .. }) {
                 let old = t.peer.incarnation;
@@ -405,7 +430,12 @@ impl LivenessTracker {
         let mut h = DefaultHasher::new();
         raw.hash(&mut h);
         let mark = Mark::Raw(h.finish());
-        tracing::warn!(instance = %id, error, "heartbeat record is unreadable; this instance will not be judged dead");
+        let known = self.tracked.get(id).is_some_and(|t| t.mark == mark);
+        if known {
+            tracing::debug!(instance = %id, error, "heartbeat record is still unreadable");
+        } else {
+            tracing::warn!(instance = %id, error, "heartbeat record is unreadable; this instance will not be judged dead");
+        }
         match self.tracked.get_mut(id) {
             Some(t) => {
                 t.missing_since = None;
@@ -528,6 +558,7 @@ impl LivenessTracker {
             State::Live { .. } => true,
         });
         self.unknown_missing.retain(|id, _| d.index.contains(id));
+        self.contested.retain(|_, until| d.at < *until);
     }
 
     fn end(

@@ -57,6 +57,15 @@ pub enum ServiceError {
         #[source]
         source: StoreError,
     },
+    /// A heartbeat publish failed (the service keeps trying at every beat).
+    #[error("publishing the heartbeat of {id} failed: {source}")]
+    Publish {
+        /// This instance.
+        id: InstanceId,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
     /// Leaving failed part-way; peers will still see this instance expire.
     #[error(
         "could not leave cleanly: {source}; peers will judge this instance dead after the stale threshold"
@@ -117,6 +126,9 @@ impl HeartbeatServiceBuilder {
                 last_publish_ok: None,
                 at_risk: false,
                 view_unhealthy: false,
+                failed_publishes: 0,
+                invalid_index_entries: 0,
+                id_conflict_until: None,
             }),
             store: self.store,
             options: self.options,
@@ -164,6 +176,9 @@ struct SelfState {
     last_publish_ok: Option<Instant>,
     at_risk: bool,
     view_unhealthy: bool,
+    failed_publishes: u64,
+    invalid_index_entries: usize,
+    id_conflict_until: Option<Instant>,
 }
 
 impl HeartbeatService {
@@ -314,14 +329,19 @@ impl Inner {
         self.timed(&key, self.store.put(&key, bytes, PutMode::Overwrite, ttl))
             .await
             .map(|_| ())
-            .map_err(|source| ServiceError::Join {
+            .map_err(|source| ServiceError::Publish {
                 id: self.id().clone(),
                 source,
             })
     }
 
     async fn join(&self) -> Result<(), ServiceError> {
-        self.publish(InstanceStatus::Alive).await?;
+        self.publish(InstanceStatus::Alive)
+            .await
+            .map_err(|e| match e {
+                ServiceError::Publish { id, source } => ServiceError::Join { id, source },
+                other => other,
+            })?;
         let index = self.options.keys().index_key();
         self.timed(index, self.store.index_add(index, self.id().as_str()))
             .await
@@ -343,21 +363,36 @@ impl Inner {
             }
             Err(e) => {
                 metrics::counter!("heartbeat_publish_total", "result" => "error").increment(1);
-                tracing::warn!(instance = %self.id(), error = %e, "heartbeat publish failed");
+                let first = {
+                    let mut s = lock(&self.state);
+                    s.failed_publishes += 1;
+                    s.failed_publishes == 1
+                };
+                // One warning per run of failures (and the self-at-risk event); the
+                // rest at debug, so an outage does not flood the logs.
+                if first {
+                    tracing::warn!(instance = %self.id(), error = %e, "heartbeat publish failed; retrying at every beat");
+                } else {
+                    tracing::debug!(instance = %self.id(), error = %e, "heartbeat publish failed again");
+                }
                 self.check_self_risk(Instant::now());
             }
         }
     }
 
     fn publish_succeeded(&self, at: Instant) {
-        let recovered = {
+        let (recovered, failures) = {
             let mut s = lock(&self.state);
             s.last_publish_ok = Some(at);
-            std::mem::replace(&mut s.at_risk, false)
+            let failures = std::mem::take(&mut s.failed_publishes);
+            (std::mem::replace(&mut s.at_risk, false), failures)
         };
+        if failures > 0 {
+            tracing::info!(instance = %self.id(), failures, "heartbeat publishing works again");
+        }
         if recovered {
             self.emit(MembershipEvent::SelfRecovered);
-            self.set_self_at_risk(false);
+            self.refresh_self_at_risk(at);
         }
     }
 
@@ -381,6 +416,20 @@ impl Inner {
             since_last_publish: since,
         });
         self.set_self_at_risk(true);
+    }
+
+    /// Re-derives the view's `self_at_risk` from publishing and id conflicts.
+    fn refresh_self_at_risk(&self, now: Instant) {
+        let at_risk = {
+            let mut s = lock(&self.state);
+            if s.id_conflict_until.is_some_and(|until| now >= until) {
+                s.id_conflict_until = None;
+            }
+            s.at_risk || s.id_conflict_until.is_some()
+        };
+        if self.view_tx.borrow().self_at_risk != at_risk {
+            self.set_self_at_risk(at_risk);
+        }
     }
 
     fn set_self_at_risk(&self, at_risk: bool) {
@@ -412,15 +461,24 @@ impl Inner {
             .timed(index_key, self.store.index_members(index_key))
             .await?;
         let mut index = BTreeSet::new();
+        let mut invalid = 0usize;
+        let mut example = None;
         for m in members {
             match InstanceId::new(m.as_str()) {
                 Ok(id) => {
                     index.insert(id);
                 }
                 Err(e) => {
-                    tracing::warn!(entry = %m.escape_debug(), error = %e, "ignoring invalid id in the index")
+                    invalid += 1;
+                    example.get_or_insert_with(|| (m.escape_debug().to_string(), e.to_string()));
                 }
             }
+        }
+        // Invalid entries cannot be instances of this protocol; they are left alone
+        // (another writer may own them) and reported once per change, not per discovery.
+        let before = std::mem::replace(&mut lock(&self.state).invalid_index_entries, invalid);
+        if let Some((entry, error)) = example.filter(|_| invalid != before) {
+            tracing::warn!(count = invalid, example = %entry, error = %error, "ignoring invalid ids in the index");
         }
         let mut ids: BTreeSet<InstanceId> = index.clone();
         ids.extend(lock(&self.tracker).followed().cloned());
@@ -477,10 +535,15 @@ impl Inner {
             }
             _ => None,
         };
-        let (outcome, peers, ended) = {
+        let (outcome, peers, ended, contested) = {
             let mut tracker = lock(&self.tracker);
             let outcome = tracker.observe(d);
-            (outcome, tracker.live_peers(), tracker.ended_lives())
+            (
+                outcome,
+                tracker.live_peers(),
+                tracker.ended_lives(),
+                tracker.contested(),
+            )
         };
         let was_unhealthy = std::mem::replace(&mut lock(&self.state).view_unhealthy, false);
         metrics::gauge!("heartbeat_view_healthy").set(1.0);
@@ -498,13 +561,18 @@ impl Inner {
             v.observed_wall = Some(wall);
             v.peers = peers;
             v.ended = ended;
+            v.contested = contested;
         });
         if was_unhealthy {
             self.emit(MembershipEvent::ViewHealthy);
         }
         if let Some(other) = conflict {
+            // Another process publishes under our id: until that stops, this instance
+            // must not act as the owner of anything (nor take anything over).
+            lock(&self.state).id_conflict_until = Some(at + self.options.stale_threshold() * 2);
             self.emit(MembershipEvent::IdConflict { other });
         }
+        self.refresh_self_at_risk(at);
         let Outcome {
             events,
             prune,
@@ -576,9 +644,13 @@ impl Inner {
     }
 
     fn discovery_failed(&self, reason: String) {
-        tracing::warn!(observer = %self.id(), reason, "discovery failed; nobody will be judged dead until it works again");
         lock(&self.tracker).mark_interrupted();
         let newly = !std::mem::replace(&mut lock(&self.state).view_unhealthy, true);
+        if newly {
+            tracing::warn!(observer = %self.id(), reason, "discovery failed; nobody will be judged dead until it works again");
+        } else {
+            tracing::debug!(observer = %self.id(), reason, "discovery failed again");
+        }
         metrics::gauge!("heartbeat_view_healthy").set(0.0);
         let now = Instant::now();
         self.view_tx.send_modify(|v| {

@@ -5,7 +5,7 @@
 //! a view: a replica cut off from the store must not take over the connections of
 //! replicas that are alive (the seed's weakness 5).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -135,6 +135,9 @@ pub struct MembershipView {
     pub peers: BTreeMap<InstanceId, Peer>,
     /// Lives that ended recently, newest last.
     pub ended: Vec<EndedLife>,
+    /// Ids under which two live processes seem to publish (an incarnation we saw
+    /// superseded came back). No life of such an id counts as ended while it lasts.
+    pub contested: BTreeSet<InstanceId>,
     /// The stale threshold the view was judged with.
     pub stale_threshold: Duration,
     /// The discovery interval of the observer.
@@ -163,6 +166,7 @@ impl MembershipView {
             observed_wall: None,
             peers: BTreeMap::new(),
             ended: Vec::new(),
+            contested: BTreeSet::new(),
             stale_threshold,
             discovery_interval,
             max_age,
@@ -197,9 +201,21 @@ impl MembershipView {
         self.peers.keys()
     }
 
+    /// Ids of live peers that can take over connections: every live peer except those
+    /// whose record does not parse (never judged dead, but no known claimer either).
+    pub fn claimer_ids(&self) -> impl Iterator<Item = &InstanceId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.liveness != Liveness::Unreadable)
+            .map(|(id, _)| id)
+    }
+
     /// What the view says about the life `incarnation` of `id` (None: any life of `id`,
     /// as for records written by the .NET system).
     pub fn owner_state(&self, id: &InstanceId, incarnation: Option<Incarnation>) -> OwnerState {
+        if self.contested.contains(id) {
+            return OwnerState::Live;
+        }
         if let Some(peer) = self.peers.get(id) {
             return match (incarnation, peer.incarnation) {
                 (Some(asked), Some(current)) if asked != current => {

@@ -233,3 +233,25 @@ fn unreadable_records_are_never_judged_dead_and_pruning_waits_a_threshold() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_superseded_incarnation_that_publishes_again_makes_the_id_contested() {
+    let mut tracker = LivenessTracker::new(config());
+    let t0 = Instant::now();
+    let wall: DateTime<Utc> = "2026-12-01T00:00:00Z".parse().unwrap();
+    let present = |seq, inc| Sighting::Present {
+        record: record(seq, wall, inc, InstanceStatus::Alive),
+        version: Version::new(format!("{inc}-{seq}")),
+    };
+    tracker.observe(discovery(t0, wall, present(1, 1)));
+    tracker.observe(discovery(t0 + Duration::from_secs(1), wall, present(1, 2)));
+    assert!(
+        tracker.contested().is_empty(),
+        "one new incarnation is a restart"
+    );
+    tracker.observe(discovery(t0 + Duration::from_secs(2), wall, present(2, 1)));
+    assert!(
+        tracker.contested().contains(&id()),
+        "the old life came back: two processes"
+    );
+}

@@ -153,7 +153,7 @@ impl ConnectionRepository for DaprConnections {
                 }
                 continue;
             };
-            match ConnectionRecord::from_json(&v.value) {
+            match ConnectionRecord::from_json_at(id, &v.value) {
                 Ok(record) => page.records.push(StoredConnection {
                     record,
                     version: v.version,
@@ -177,7 +177,7 @@ impl ConnectionRepository for DaprConnections {
         else {
             return Ok(None);
         };
-        let record = ConnectionRecord::from_json(&v.value)
+        let record = ConnectionRecord::from_json_at(id.as_str(), &v.value)
             .map_err(|source| RepositoryError::Corrupt { key, source })?;
         Ok(Some(StoredConnection {
             record,

@@ -146,7 +146,10 @@ impl ConnectionRepository for DynamoConnections {
             };
             match item::decode(found, now) {
                 Ok(None) => {} // expired, not yet deleted by DynamoDB
-                Ok(Some(v)) => match ConnectionRecord::from_json(&v.value) {
+                Ok(Some(v)) => match ConnectionRecord::from_json_at(
+                    key.strip_prefix(self.prefix.as_str()).unwrap_or(key),
+                    &v.value,
+                ) {
                     Ok(record) => page.records.push(StoredConnection {
                         record,
                         version: v.version,
@@ -179,7 +182,7 @@ impl ConnectionRepository for DynamoConnections {
         else {
             return Ok(None);
         };
-        let record = ConnectionRecord::from_json(&found.value)
+        let record = ConnectionRecord::from_json_at(id.as_str(), &found.value)
             .map_err(|source| RepositoryError::Corrupt { key, source })?;
         Ok(Some(StoredConnection {
             record,

@@ -186,7 +186,7 @@ impl ConnectionRepository for RedisConnections {
                 }
                 continue;
             };
-            match ConnectionRecord::from_json(&value.value) {
+            match ConnectionRecord::from_json_at(id, &value.value) {
                 Ok(record) => page.records.push(StoredConnection {
                     record,
                     version: value.version,
@@ -207,7 +207,7 @@ impl ConnectionRepository for RedisConnections {
         else {
             return Ok(None);
         };
-        let record = ConnectionRecord::from_json(&value.value)
+        let record = ConnectionRecord::from_json_at(id.as_str(), &value.value)
             .map_err(|source| RepositoryError::Corrupt { key, source })?;
         Ok(Some(StoredConnection {
             record,

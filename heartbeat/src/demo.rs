@@ -34,19 +34,28 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(0..=1000))]
     pub connections: u16,
     /// Heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_ms: u64,
     /// Discovery interval in milliseconds.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..))]
     pub discovery_ms: u64,
     /// Stale threshold in milliseconds (at least two heartbeat intervals).
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u64).range(1..))]
     pub threshold_ms: u64,
 }
 
 /// Runs the demo and prints the timeline; exits 0 when both departures were detected
 /// and every orphaned connection was taken over exactly once.
 pub async fn run(args: DemoArgs) -> ExitCode {
+    let probe = InstanceId::new("node-1").map_err(|e| e.to_string());
+    if let Err(e) = probe.and_then(|id| options(&id, &args, 7001)) {
+        eprintln!(
+            "error: invalid demo timings (--heartbeat-ms {}, --discovery-ms {}, --threshold-ms {}): {e}",
+            args.heartbeat_ms, args.discovery_ms, args.threshold_ms
+        );
+        eprintln!("The stale threshold must be at least two heartbeat intervals.");
+        return ExitCode::from(2);
+    }
     match demo(&args).await {
         Ok(report) => {
             print!("{report}");
@@ -301,7 +310,9 @@ async fn demo(args: &DemoArgs) -> Result<String, String> {
         timeline,
         &departures,
         [crash_observers, observers],
-        threshold + discovery,
+        // One poll to see the last change, the threshold, and one more poll when the
+        // threshold falls on a poll.
+        threshold + discovery * 2,
         &survivors,
         &final_owners,
     )
@@ -512,6 +523,8 @@ fn summarize(
     if problems.is_empty() {
         Ok(out)
     } else {
-        Err(format!("{out}\n{}", problems.join("\n")))
+        // The timeline is the evidence: keep it on stdout, the verdict on stderr.
+        print!("{out}");
+        Err(problems.join("; "))
     }
 }

@@ -305,6 +305,18 @@ pub enum ConnectionRecordError {
         #[source]
         source: InstanceIdError,
     },
+    /// The record's id is not the id its key names: a copy of another record (or a
+    /// record written under the wrong key). Deciding on it could take another record's
+    /// connection, so it is never decided on.
+    #[error(
+        "the record at connection id {at:?} says its id is {id:?}; a record must sit at its own id's key: fix or delete it"
+    )]
+    IdMismatch {
+        /// The id the key names.
+        at: String,
+        /// The id the record names.
+        id: String,
+    },
     /// The record's id is missing or invalid.
     #[error("connection record has no valid id ({reason}); fix or delete the record")]
     InvalidId {
@@ -373,6 +385,21 @@ impl ConnectionRecord {
                 source,
             }),
         }
+    }
+
+    /// Parses the record stored at connection id `at` (the id its key names), and
+    /// checks that the record says the same id ([`ConnectionRecordError::IdMismatch`]).
+    /// Repositories read through this, so a stray copy of a record under another key
+    /// is reported as invalid instead of being decided on.
+    pub fn from_json_at(at: &str, bytes: &[u8]) -> Result<Self, ConnectionRecordError> {
+        let record = Self::from_json(bytes)?;
+        if record.id.as_str() != at {
+            return Err(ConnectionRecordError::IdMismatch {
+                at: at.to_owned(),
+                id: record.id.as_str().to_owned(),
+            });
+        }
+        Ok(record)
     }
 
     /// Serializes the record as the seed's readers expect: camelCase, `status` as an

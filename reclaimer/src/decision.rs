@@ -45,6 +45,8 @@
 //!    waits ([`DeferReason::Brake`]) and [`Decisions::brake`] says why.
 //! 9. **One claimer per orphan** ([`crate::rendezvous`]): an orphan is reclaimed only by
 //!    the instance that rendezvous hashing of its connection id over the live set
+//!    (peers whose heartbeat record is unreadable excluded: they are never judged dead,
+//!    but a garbage value is no claimer)
 //!    designates; the others defer ([`DeferReason::NotDesignated`]).
 //! 10. **Cap**: at most [`ReclaimPolicy::max_claims_per_sweep`] reclaims, in record
 //!     order; the rest wait ([`DeferReason::ClaimCap`]).
@@ -416,7 +418,11 @@ pub fn decide<'a, R: AsRef<ConnectionRecord>>(
 
     // Rule 8: the brake.
     let dead_owners = owners.dead_count;
-    let owners_seen = view.peers.len() + owners.extra_owners;
+    // Peers whose record does not parse are never judged dead (we cannot tell), but
+    // they are not known to be claimers either: a garbage value under an indexed id
+    // must not become a member that is designated orphans it will never claim, nor
+    // dilute the brake.
+    let owners_seen = view.claimer_ids().count() + owners.extra_owners;
     let brake = policy
         .brake
         .engages(dead_owners, owners_seen)
@@ -436,7 +442,7 @@ pub fn decide<'a, R: AsRef<ConnectionRecord>>(
                 }
             }
         } else {
-            let live = Rendezvous::new(view.peers.keys());
+            let live = Rendezvous::new(view.claimer_ids());
             let mine = live.index_of(me);
             for (d, r) in decisions.iter_mut().zip(records) {
                 if !matches!(d, Decision::Reclaim(_)) {

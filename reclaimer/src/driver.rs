@@ -625,7 +625,7 @@ impl Inner {
             for bad in page.invalid {
                 invalid += 1;
                 metrics::counter!("reclaim_invalid_records_total").increment(1);
-                tracing::warn!(key = %bad.key, error = %bad.error, "connection record skipped: it does not parse");
+                tracing::warn!(key = ?bad.key, error = %bad.error, "connection record skipped: it does not parse");
             }
             for r in page.records {
                 match seen.get(&r.record.id) {

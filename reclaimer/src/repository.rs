@@ -363,7 +363,7 @@ impl ConnectionRepository for MemoryConnections {
                 break;
             }
             last = Some(id.clone());
-            match ConnectionRecord::from_json(value) {
+            match ConnectionRecord::from_json_at(id, value) {
                 Ok(record) => page.records.push(StoredConnection {
                     record,
                     version: Version::new(version.to_string()),
@@ -385,11 +385,12 @@ impl ConnectionRepository for MemoryConnections {
         let Some((value, version)) = inner.records.get(id.as_str()) else {
             return Ok(None);
         };
-        let record =
-            ConnectionRecord::from_json(value).map_err(|source| RepositoryError::Corrupt {
+        let record = ConnectionRecord::from_json_at(id.as_str(), value).map_err(|source| {
+            RepositoryError::Corrupt {
                 key: key_of(id.as_str()),
                 source,
-            })?;
+            }
+        })?;
         Ok(Some(StoredConnection {
             record,
             version: Version::new(version.to_string()),

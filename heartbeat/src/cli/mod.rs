@@ -42,7 +42,7 @@ Exit codes:
 Examples:
   heartbeat demo
   heartbeat agent --store redis://localhost:6379 --id pod-1 --advertise 10.0.0.7:5002
-  heartbeat agent --store redis://localhost:6379 --heartbeat-interval 200ms --stale-threshold 1s --listen 127.0.0.1:9465
+  heartbeat agent --store redis://localhost:6379 --heartbeat-interval 200ms --discovery-interval 200ms --stale-threshold 1s --listen 127.0.0.1:9465
   heartbeat members --store redis://localhost:6379
   heartbeat members --store redis://localhost:6379 --json
   heartbeat members --store redis://localhost:6379 --watch

@@ -317,7 +317,7 @@ fn report(
     outcomes: &BTreeMap<usize, String>,
     apply: bool,
 ) -> String {
-    let live = Rendezvous::new(view.live_ids());
+    let live = Rendezvous::new(view.claimer_ids());
     let header = [
         "CONNECTION",
         "OWNER",
