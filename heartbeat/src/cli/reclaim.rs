@@ -175,9 +175,11 @@ pub async fn run(args: ReclaimArgs) -> CliResult {
     );
     let s = decisions.summary;
     let acting = view.peers.contains_key(&decision_view.observer);
+    // kept + to take now + waiting = records; orphans span the last two (an orphan
+    // designated to another member waits here).
     let mut summary = format!(
-        "{} record(s): {} kept, {} orphan(s), {} waiting",
-        s.records, s.kept, s.orphans, s.deferred
+        "{} record(s): {} kept, {} to take now, {} waiting ({} orphan(s) found)",
+        s.records, s.kept, s.reclaim, s.deferred, s.orphans
     );
     if acting {
         let _ = write!(
