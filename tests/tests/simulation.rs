@@ -32,6 +32,18 @@ async fn start_on(store: &MemoryStore, name: &str) -> HeartbeatService {
     .unwrap()
 }
 
+/// Starts an instance on its own handle of the store (its own link, with its own faults).
+async fn start_linked(store: &MemoryStore, name: &str) -> (MemoryStore, HeartbeatService) {
+    let link = store.handle();
+    let service = HeartbeatService::start(
+        Arc::new(link.clone()) as Arc<dyn Store>,
+        fast_options(name, NS),
+    )
+    .await
+    .unwrap();
+    (link, service)
+}
+
 fn drain(rx: &mut broadcast::Receiver<MembershipEvent>) -> Vec<MembershipEvent> {
     let mut out = Vec::new();
     while let Ok(e) = rx.try_recv() {
@@ -266,13 +278,7 @@ async fn stalled_store_turns_views_unhealthy_instead_of_hanging() {
 async fn pause_shorter_than_threshold_kills_nobody() {
     let store = MemoryStore::new();
     let a = start_on(&store, "a").await;
-    let link = store.handle();
-    let paused = HeartbeatService::start(
-        Arc::new(link.clone()) as Arc<dyn Store>,
-        fast_options("paused", NS),
-    )
-    .await
-    .unwrap();
+    let (link, paused) = start_linked(&store, "paused").await;
     tokio::time::sleep(BEAT * 5).await;
     let mut events = a.events();
     // The paused instance's writes hang for less than the threshold minus one beat and
@@ -291,13 +297,7 @@ async fn pause_shorter_than_threshold_kills_nobody() {
 async fn partitioned_instance_learns_it_is_at_risk_and_rejoins_after() {
     let store = MemoryStore::new();
     let a = start_on(&store, "a").await;
-    let link = store.handle();
-    let cut = HeartbeatService::start(
-        Arc::new(link.clone()) as Arc<dyn Store>,
-        fast_options("cut", NS),
-    )
-    .await
-    .unwrap();
+    let (link, cut) = start_linked(&store, "cut").await;
     tokio::time::sleep(BEAT * 5).await;
     let mut a_events = a.events();
     let mut cut_events = cut.events();
@@ -423,13 +423,7 @@ async fn peer_reconnecting_slowly_after_a_store_restart_is_not_judged_dead() {
     // longer than the missing grace (half the threshold) to reconnect.
     let store = MemoryStore::new();
     let a = start_on(&store, "a").await;
-    let link = store.handle();
-    let slow = HeartbeatService::start(
-        Arc::new(link.clone()) as Arc<dyn Store>,
-        fast_options("slow", NS),
-    )
-    .await
-    .unwrap();
+    let (link, slow) = start_linked(&store, "slow").await;
     tokio::time::sleep(BEAT * 5).await;
     let mut events = a.events();
     store.set_fault(Fault::Unavailable);
