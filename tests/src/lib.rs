@@ -39,8 +39,16 @@ pub fn namespace(name: &str) -> String {
 /// missing outside CI). `$attr` is the test attribute, e.g.
 /// `#[tokio::test(start_paused = true)]` for the memory store.
 ///
-/// ```ignore
-/// heartbeat_conformance::store_conformance!(memory_store, #[tokio::test(start_paused = true)]);
+/// ```
+/// use std::sync::Arc;
+/// use heartbeat_conformance::{DynStore, store_conformance};
+///
+/// async fn memory_store() -> Option<DynStore> {
+///     Some(Arc::new(heartbeat_memory::MemoryStore::new()))
+/// }
+///
+/// store_conformance!(memory_store, #[tokio::test(start_paused = true)]);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! store_conformance {
