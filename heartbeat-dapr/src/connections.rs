@@ -96,24 +96,14 @@ impl DaprConnections {
 
 /// Maps a store error; a conflict names the connection.
 fn from_store(e: StoreError, id: Option<&ConnectionId>) -> RepositoryError {
-    match e {
-        StoreError::Conflict { key } => match id {
-            Some(id) => RepositoryError::Conflict { id: id.clone() },
-            None => RepositoryError::Backend {
-                backend: BACKEND,
-                message: format!("the index {key:?} kept changing; retry later"),
-                source: None,
-            },
-        },
-        StoreError::Unavailable {
-            message, source, ..
-        } => RepositoryError::Unavailable {
+    match (e, id) {
+        // The index's compare-and-swap gave up: say so, rather than a bare conflict.
+        (StoreError::Conflict { key }, None) => RepositoryError::Backend {
             backend: BACKEND,
-            message,
-            source,
+            message: format!("the index {key:?} kept changing; retry later"),
+            source: None,
         },
-        StoreError::Timeout { key, after } => RepositoryError::Timeout { what: key, after },
-        other => RepositoryError::Store(other),
+        (e, id) => RepositoryError::from_store(e, id),
     }
 }
 

@@ -75,19 +75,11 @@ impl DynamoConnections {
 
     fn error(&self, id: &ConnectionId, what: &str, e: StoreError) -> RepositoryError {
         match e {
-            StoreError::Conflict { .. } => RepositoryError::Conflict { id: id.clone() },
-            StoreError::Unavailable {
-                message, source, ..
-            } => RepositoryError::Unavailable {
-                backend: BACKEND,
-                message,
-                source,
-            },
             StoreError::Timeout { key, after } => RepositoryError::Timeout {
                 what: format!("{what} {key:?}"),
                 after,
             },
-            other => RepositoryError::Store(other),
+            e => RepositoryError::from_store(e, Some(id)),
         }
     }
 

@@ -30,7 +30,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use heartbeat_core::{DeleteMode, PutMode, Store, StoreError, Version};
+use heartbeat_core::{DeleteMode, PutMode, Store, Version};
 use reclaimer::{
     ConnectionId, ConnectionRecord, ConnectionRepository, InvalidRecord, RepositoryError,
     RepositoryResult, ScanCursor, ScanPage, StoredConnection,
@@ -116,28 +116,7 @@ impl RedisConnections {
             .index_prune(&self.index_key, id, key)
             .await
             .map(|_| ())
-            .map_err(|e| from_store(e, None))
-    }
-}
-
-/// Translates a store error; a conflict names the connection.
-fn from_store(e: StoreError, id: Option<&ConnectionId>) -> RepositoryError {
-    match (e, id) {
-        (StoreError::Conflict { .. }, Some(id)) => RepositoryError::Conflict { id: id.clone() },
-        (StoreError::Timeout { key, after }, _) => RepositoryError::Timeout { what: key, after },
-        (
-            StoreError::Unavailable {
-                backend,
-                message,
-                source,
-            },
-            _,
-        ) => RepositoryError::Unavailable {
-            backend,
-            message,
-            source,
-        },
-        (e, _) => RepositoryError::Store(e),
+            .map_err(|e| RepositoryError::from_store(e, None))
     }
 }
 
@@ -153,7 +132,7 @@ impl ConnectionRepository for RedisConnections {
             .store
             .sscan(&self.index_key, start, limit.max(1))
             .await
-            .map_err(|e| from_store(e, None))?;
+            .map_err(|e| RepositoryError::from_store(e, None))?;
         let mut ids = Vec::with_capacity(members.len());
         for m in members {
             match String::from_utf8(m) {
@@ -171,7 +150,7 @@ impl ConnectionRepository for RedisConnections {
             .store
             .get_many(&keys)
             .await
-            .map_err(|e| from_store(e, None))?;
+            .map_err(|e| RepositoryError::from_store(e, None))?;
         let mut page = ScanPage {
             records: Vec::with_capacity(keys.len()),
             invalid: Vec::new(),
@@ -203,7 +182,7 @@ impl ConnectionRepository for RedisConnections {
             .store
             .get(&key)
             .await
-            .map_err(|e| from_store(e, Some(id)))?
+            .map_err(|e| RepositoryError::from_store(e, Some(id)))?
         else {
             return Ok(None);
         };
@@ -222,7 +201,7 @@ impl ConnectionRepository for RedisConnections {
             .store
             .put_raw(&key, &value, &mode, self.ttl)
             .await
-            .map_err(|e| from_store(e, Some(&record.id)))?
+            .map_err(|e| RepositoryError::from_store(e, Some(&record.id)))?
             .ok_or_else(|| RepositoryError::Conflict {
                 id: record.id.clone(),
             })?;
@@ -230,7 +209,7 @@ impl ConnectionRepository for RedisConnections {
         self.store
             .index_add(&self.index_key, record.id.as_str())
             .await
-            .map_err(|e| from_store(e, Some(&record.id)))?;
+            .map_err(|e| RepositoryError::from_store(e, Some(&record.id)))?;
         Ok(version)
     }
 
@@ -239,7 +218,7 @@ impl ConnectionRepository for RedisConnections {
         self.store
             .delete(&key, mode)
             .await
-            .map_err(|e| from_store(e, Some(id)))?;
+            .map_err(|e| RepositoryError::from_store(e, Some(id)))?;
         self.prune(id.as_str(), &key).await
     }
 }

@@ -143,6 +143,32 @@ pub enum RepositoryError {
     },
 }
 
+impl RepositoryError {
+    /// Translates an error of the heartbeat [`heartbeat_core::Store`] a repository is
+    /// built on, met while working on connection `id` (None: the index or a batch). A
+    /// conflict on a record becomes [`RepositoryError::Conflict`] naming the connection;
+    /// unavailability and timeouts keep their kind; anything else is wrapped.
+    pub fn from_store(e: StoreError, id: Option<&ConnectionId>) -> Self {
+        match (e, id) {
+            (StoreError::Conflict { .. }, Some(id)) => Self::Conflict { id: id.clone() },
+            (StoreError::Timeout { key, after }, _) => Self::Timeout { what: key, after },
+            (
+                StoreError::Unavailable {
+                    backend,
+                    message,
+                    source,
+                },
+                _,
+            ) => Self::Unavailable {
+                backend,
+                message,
+                source,
+            },
+            (e, _) => Self::Store(e),
+        }
+    }
+}
+
 /// Where a scan continues: opaque to callers, meaningful only to the repository that
 /// returned it (an offset, a Redis `SCAN` cursor, the last key seen).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
