@@ -20,4 +20,5 @@ pub mod client;
 pub mod duration;
 pub mod manager;
 pub mod socket;
+pub mod startup;
 pub mod upstream;
